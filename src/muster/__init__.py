@@ -1,0 +1,10 @@
+"""muster: cluster discovery for fleets of machines."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("muster")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]

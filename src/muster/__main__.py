@@ -1,0 +1,5 @@
+"""Run the command line with ``python -m muster``."""
+
+from muster.cli.main import main
+
+main()

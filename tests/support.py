@@ -1,0 +1,159 @@
+"""Helpers shared by tests that run muster as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+MUSTER = [sys.executable, "-m", "muster"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port nobody listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def run_muster(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run one muster command to completion and return what it printed."""
+    return subprocess.run(
+        [*MUSTER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_environment(env),
+        input=input_text,
+        check=False,
+    )
+
+
+def start_muster(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a long-running muster command (join, watch, serve) in the background."""
+    return subprocess.Popen(
+        [*MUSTER, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environment(env),
+    )
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+    """Send ``sig`` to a muster process, wait for it, and return its output."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        out, err = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return out, err
+
+
+def _environment(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "MUSTER_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class ServiceProcess:
+    """``muster serve`` running as a subprocess on a loopback port."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        extra_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.tls = tls
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[str] | None = None
+        self.output = ("", "")
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/v1"
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def discovery_url(self, token: str) -> str:
+        """Return the ``token+http(s)://`` URL muster's token backend reads."""
+        scheme = "token+https" if self.tls else "token+http"
+        return f"{scheme}://{self.address}/v1/{token}"
+
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        args = ["serve", "-H", f"tcp://{host}:{self.port}", "--data-dir", str(self.data_dir)]
+        if self.tls:
+            args += ["--tlscert", str(self.tls[0]), "--tlskey", str(self.tls[1])]
+        self.process = start_muster(*args, *self.extra_args)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                out, err = self.process.communicate()
+                raise RuntimeError(f"muster serve exited early:\n{out}\n{err}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"muster serve did not listen on {self.address} in time")
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[str, str]:
+        if self.process is not None:
+            self.output = stop(self.process, sig)
+            self.process = None
+        return self.output
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """Make one plain HTTP request; return status, headers and body, errors included."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
