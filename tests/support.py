@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,9 @@ def run_muster(
     )
 
 
-def start_muster(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_muster(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start a long-running muster command (join, watch, serve) in the background."""
     return subprocess.Popen(
         [*MUSTER, *args],
@@ -65,7 +68,9 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str
 
 
 def _environment(extra: dict[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "MUSTER_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "MUSTER_"))
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -109,7 +114,13 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        args = ["serve", "-H", f"tcp://{host}:{self.port}", "--data-dir", str(self.data_dir)]
+        args = [
+            "serve",
+            "-H",
+            f"tcp://{host}:{self.port}",
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.tls:
             args += ["--tlscert", str(self.tls[0]), "--tlskey", str(self.tls[1])]
         self.process = start_muster(*args, *self.extra_args)
@@ -151,7 +162,9 @@ def http(
     timeout: float = 10.0,
 ) -> tuple[int, dict[str, str], bytes]:
     """Make one plain HTTP request; return status, headers and body, errors included."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
