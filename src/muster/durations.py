@@ -22,6 +22,7 @@ _UNIT_SECONDS = {
 }
 _PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-zµμ]+)")
 _HINT = "write it like 500ms, 60s or 1m30s"
+_NANOSECONDS_PER_SECOND = 1_000_000_000
 
 
 def parse_duration(text: str) -> float:
@@ -60,22 +61,35 @@ def parse_duration(text: str) -> float:
 
 def format_duration(seconds: float) -> str:
     """Write a number of seconds the way Go prints a duration (``1m30s``)."""
-    if seconds == 0:
+    # Work in whole nanoseconds, as Go's time.Duration does: float arithmetic on
+    # seconds would print 59.9999999999 as 60s and cut fractions to six digits.
+    nanoseconds = round(seconds * 1e9)
+    if nanoseconds == 0:
         return "0s"
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    if seconds < 1:
-        milliseconds = seconds * 1000
-        if milliseconds >= 1:
-            return f"{sign}{milliseconds:g}ms"
-        return f"{sign}{seconds * 1e6:g}µs"
+    sign = "-" if nanoseconds < 0 else ""
+    nanoseconds = abs(nanoseconds)
 
-    hours, rest = divmod(seconds, 3600)
-    minutes, rest = divmod(rest, 60)
-    text = ""
+    if nanoseconds < 1_000:
+        return f"{sign}{nanoseconds}ns"
+    if nanoseconds < 1_000_000:
+        return f"{sign}{_with_fraction(nanoseconds, 1_000)}\u00b5s"
+    if nanoseconds < _NANOSECONDS_PER_SECOND:
+        return f"{sign}{_with_fraction(nanoseconds, 1_000_000)}ms"
+
+    hours, rest = divmod(nanoseconds, 3600 * _NANOSECONDS_PER_SECOND)
+    minutes, rest = divmod(rest, 60 * _NANOSECONDS_PER_SECOND)
+    text = sign
     if hours:
-        text += f"{int(hours)}h"
+        text += f"{hours}h"
     if hours or minutes:
-        text += f"{int(minutes)}m"
-    text += f"{round(rest, 9):g}s"
-    return sign + text
+        text += f"{minutes}m"
+    return text + _with_fraction(rest, _NANOSECONDS_PER_SECOND) + "s"
+
+
+def _with_fraction(value: int, unit: int) -> str:
+    """Write ``value / unit`` exactly, without trailing zeros (``1.5``, ``2``)."""
+    whole, part = divmod(value, unit)
+    if not part:
+        return str(whole)
+    places = len(str(unit)) - 1
+    return f"{whole}.{part:0{places}d}".rstrip("0")

@@ -25,6 +25,7 @@ from .registry import (
     parse_options,
     register_scheme,
 )
+from .sync import SyncBackend, SyncWatch
 
 __all__ = [
     "Backend",
@@ -41,6 +42,8 @@ __all__ = [
     "InvalidEntryError",
     "InvalidOptionError",
     "InvalidURLError",
+    "SyncBackend",
+    "SyncWatch",
     "UnsupportedOperationError",
     "UnsupportedSchemeError",
     "Watch",

@@ -121,6 +121,12 @@ class Watch:
         self._source = source
         self._last: Entries | None = None
         self._stopped = False
+        # The task waiting inside the source, if any, so that stop() from another
+        # task can interrupt it: an async generator cannot be closed while it runs.
+        self._reader: asyncio.Task[object] | None = None
+        self._interrupted = False
+        self._reader_left = asyncio.Event()
+        self._stop_done: asyncio.Event | None = None
 
     def __aiter__(self) -> Self:
         return self
@@ -128,18 +134,48 @@ class Watch:
     async def __anext__(self) -> WatchEvent:
         if self._stopped:
             raise StopAsyncIteration
-        async for event in self._source:
-            if isinstance(event, Entries):
-                if event == self._last:
-                    continue
-                self._last = event
-            return event
+
+        reader = self._reader = asyncio.current_task()
+        try:
+            async for event in self._source:
+                if isinstance(event, Entries):
+                    if event == self._last:
+                        continue
+                    self._last = event
+                return event
+        except asyncio.CancelledError:
+            # stop() cancelled us and nobody else did: the watch simply ended.
+            if self._interrupted and reader is not None and reader.uncancel() == 0:
+                raise StopAsyncIteration from None
+            raise
+        finally:
+            self._reader = None
+            self._reader_left.set()
         raise StopAsyncIteration
 
     async def stop(self) -> None:
-        """End the watch and release what it holds."""
+        """End the watch and release what it holds.
+
+        It may be called from another task while one waits for the next item;
+        that task then sees the watch end.
+        """
         self._stopped = True
-        await self._source.aclose()
+        if self._stop_done is not None:
+            # Another stop() is closing the source; closing it twice at once fails.
+            await self._stop_done.wait()
+            return
+
+        self._stop_done = asyncio.Event()
+        try:
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task():
+                self._interrupted = True
+                self._reader_left.clear()
+                reader.cancel()
+                await self._reader_left.wait()
+            await self._source.aclose()
+        finally:
+            self._stop_done.set()
 
     async def __aenter__(self) -> Self:
         return self

@@ -20,6 +20,8 @@ class MemoryCluster:
         self.clock = clock
         self._expires_at: dict[Entry, float] = {}
         self._waiters: set[asyncio.Future[None]] = set()
+        #: Counts joins and leaves, so a watcher can tell it missed one.
+        self.version = 0
 
     def register(self, entry: Entry, ttl_seconds: float) -> None:
         """Add ``entry`` or push its expiry ``ttl_seconds`` from now."""
@@ -44,8 +46,15 @@ class MemoryCluster:
         upcoming = [expiry for expiry in self._expires_at.values() if expiry > now]
         return min(upcoming, default=None)
 
-    async def wait_for_change(self, timeout_seconds: float | None) -> None:
-        """Wait until an entry joins or leaves, or the timeout passes."""
+    async def wait_for_change(
+        self, timeout_seconds: float | None, *, seen_version: int | None = None
+    ) -> None:
+        """Wait until an entry joins or leaves, or the timeout passes.
+
+        With ``seen_version``, return at once if a change came after that version.
+        """
+        if seen_version is not None and seen_version != self.version:
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.add(waiter)
         try:
@@ -56,6 +65,7 @@ class MemoryCluster:
             self._waiters.discard(waiter)
 
     def _notify(self) -> None:
+        self.version += 1
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -117,11 +127,15 @@ class MemoryBackend(Backend):
 
     async def observe(self) -> AsyncGenerator[WatchEvent, None]:
         while True:
+            # Note the version and the next expiry together with the membership:
+            # the reader may come back only after a join, a leave or that expiry,
+            # and each must still wake us then.
+            version = self.cluster.version
+            expiry = self.cluster.next_expiry()
             yield self.cluster.members()
 
             # Wake for a join or leave, and at the next expiry, whichever is first.
-            expiry = self.cluster.next_expiry()
             timeout = (
                 None if expiry is None else max(0.0, expiry - self.cluster.clock())
             )
-            await self.cluster.wait_for_change(timeout)
+            await self.cluster.wait_for_change(timeout, seen_version=version)
