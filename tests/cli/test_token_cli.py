@@ -202,7 +202,10 @@ def test_list_over_https_trusts_the_ca_named_by_ssl_cert_file(
     # Swarm's own URL form: token://HOST:PORT/PATH/TOKEN means https.
     url = f"token://{tls_service.address}/v1/{token}"
     status, _, _ = http(
-        "POST", f"{tls_service.base_url}/clusters/{token}?ttl=60", b"10.0.0.4:2375"
+        "POST",
+        f"{tls_service.base_url}/clusters/{token}?ttl=60",
+        b"10.0.0.4:2375",
+        cafile=tls_files.ca_cert,
     )
 
     result = run_muster("list", url, env=env)

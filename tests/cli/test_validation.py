@@ -138,11 +138,11 @@ def test_list_timeout_must_be_positive(value: str) -> None:
 
 
 def test_create_takes_no_arguments() -> None:
-    fails_with("create takes no arguments", "create", "extra")
+    fails_with("unexpected extra argument (extra)", "create", "extra")
 
 
 def test_unknown_flag_is_one_line() -> None:
-    fails_with("No such option: --bogus", "list", "--bogus", URL)
+    fails_with("No such option '--bogus'", "list", "--bogus", URL)
 
 
 def test_list_prints_a_fixed_list_with_ranges() -> None:

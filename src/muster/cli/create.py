@@ -25,7 +25,6 @@ def discovery_url_for(service: str, token: str) -> str:
 
 
 @click.command()
-@click.argument("extra", nargs=-1, hidden=True)
 @click.option(
     "--service",
     envvar="MUSTER_SERVICE",
@@ -44,15 +43,11 @@ def discovery_url_for(service: str, token: str) -> str:
     is_flag=True,
     help="Print the whole discovery URL to pass to 'muster join', not the bare token.",
 )
-def create(
-    extra: tuple[str, ...], service: str, cacert: str | None, print_url: bool
-) -> None:
+def create(service: str, cacert: str | None, print_url: bool) -> None:
     """Create a cluster and print its token.
 
     The token goes alone on standard output, so that TOKEN=$(muster create) works.
     """
-    if extra:
-        raise click.UsageError(f"create takes no arguments, got {' '.join(extra)!r}")
     if not service.startswith(("http://", "https://")):
         raise click.ClickException(
             f"invalid --service {service!r}: give a URL such as {DEFAULT_SERVICE}"
