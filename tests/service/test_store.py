@@ -11,6 +11,7 @@ import pytest
 
 from muster.errors import InvalidEntryError
 from muster.logs import event_fields
+from muster.service import database
 from muster.service import store as store_module
 from muster.service.store import (
     ClusterFullError,
@@ -331,16 +332,16 @@ async def test_failed_commit_is_reported_and_retried(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = await store.create_cluster()
-    real_write = store_module._write_batch
+    real_write = database.write_batch
     calls = []
 
-    def fail_once(db: sqlite3.Connection | None, batch: store_module._Batch) -> None:
+    def fail_once(db: sqlite3.Connection | None, batch: database.Batch) -> None:
         calls.append(batch)
         if len(calls) == 1:
             raise sqlite3.OperationalError("disk I/O error")
         real_write(db, batch)
 
-    monkeypatch.setattr(store_module, "_write_batch", fail_once)
+    monkeypatch.setattr(store_module, "write_batch", fail_once)
     monkeypatch.setattr(store_module, "_RETRY_SECONDS", 0.0)
 
     with pytest.raises(StorageError, match="disk I/O error"):

@@ -20,43 +20,24 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from muster.discovery.entry import Entry
 from muster.errors import DiscoveryError
 from muster.logs import mask_token
 
+from .database import FILE_NAME, Batch, NodeRow, open_database, write_batch
+
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-_ClusterRow = tuple[str, float, int]  # token, created_at, version
-_NodeRow = tuple[str, str, float, float, int]  # token, addr, last_seen, expires, ttl
 
 # The expiry timer never sleeps longer than this, so that a wall clock stepped
 # forward (NTP) delays waking long-pollers by at most this much; reads stay exact.
 _TIMER_CAP_SECONDS = 1.0
 # After a failed commit, wait before retrying so a full disk is not hammered.
 _RETRY_SECONDS = 1.0
-
-
-FILE_NAME = "muster.db"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS clusters (
-    token TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    version INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-    token TEXT NOT NULL,
-    addr TEXT NOT NULL,
-    last_seen REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    ttl_seconds INTEGER NOT NULL,
-    PRIMARY KEY (token, addr)
-) WITHOUT ROWID;
-"""
 
 
 class StoreError(DiscoveryError):
@@ -110,7 +91,7 @@ class _Node:
         # When this node's one entry in the expiry heap falls due (<= expires_at).
         self.heap_at = self.expires_at
 
-    def row(self) -> _NodeRow:
+    def row(self) -> NodeRow:
         return (
             self.token,
             self.addr,
@@ -188,7 +169,7 @@ class Store:
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db, clusters, nodes = await loop.run_in_executor(
-                self._executor, _open_database, self.db_path
+                self._executor, open_database, self.db_path
             )
         except (OSError, sqlite3.Error) as exc:
             self._executor.shutdown(wait=False)
@@ -491,8 +472,8 @@ class Store:
         self._wake_writer.set()
         return waiter
 
-    def _take_batch(self, nodes: set[_Node], clusters: set[str]) -> _Batch:
-        batch = _Batch()
+    def _take_batch(self, nodes: set[_Node], clusters: set[str]) -> Batch:
+        batch = Batch()
         for token in clusters:
             cluster = self._clusters.get(token)
             if cluster is None:
@@ -523,7 +504,7 @@ class Store:
             try:
                 if batch.size:
                     await loop.run_in_executor(
-                        self._executor, _write_batch, self._db, batch
+                        self._executor, write_batch, self._db, batch
                     )
                     self._commits += 1
             except (OSError, sqlite3.Error) as exc:
@@ -542,72 +523,3 @@ class Store:
             for waiter in awaiting:
                 if not waiter.done():
                     waiter.set_result(None)
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Rows to write in one transaction, taken from memory at one instant."""
-
-    clusters: list[_ClusterRow] = field(default_factory=list)
-    nodes: list[_NodeRow] = field(default_factory=list)
-    gone_nodes: list[tuple[str, str]] = field(default_factory=list)
-    gone_clusters: list[tuple[str]] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return (
-            len(self.clusters)
-            + len(self.nodes)
-            + len(self.gone_nodes)
-            + len(self.gone_clusters)
-        )
-
-
-def _open_database(
-    path: Path,
-) -> tuple[sqlite3.Connection, list[_ClusterRow], list[_NodeRow]]:
-    """Open (or make) the database and read every row; runs on the store's thread."""
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        # WAL lets a commit be one append; NORMAL skips the fsync per commit yet
-        # keeps every commit through a process crash (only power loss can lose
-        # the last ones), see https://www.sqlite.org/pragma.html#pragma_synchronous
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        clusters = db.execute("SELECT token, created_at, version FROM clusters")
-        nodes = db.execute(
-            "SELECT token, addr, last_seen, expires_at, ttl_seconds FROM nodes"
-        )
-        return db, clusters.fetchall(), nodes.fetchall()
-    except BaseException:
-        db.close()
-        raise
-
-
-def _write_batch(db: sqlite3.Connection | None, batch: _Batch) -> None:
-    """Write one batch in one transaction; runs on the store's thread."""
-    if db is None:
-        raise sqlite3.ProgrammingError("the store is closed")
-    db.execute("BEGIN")
-    try:
-        db.executemany(
-            "INSERT INTO clusters (token, created_at, version) VALUES (?, ?, ?) "
-            "ON CONFLICT (token) DO UPDATE SET version = excluded.version",
-            batch.clusters,
-        )
-        db.executemany(
-            "INSERT OR REPLACE INTO nodes "
-            "(token, addr, last_seen, expires_at, ttl_seconds) VALUES (?, ?, ?, ?, ?)",
-            batch.nodes,
-        )
-        db.executemany(
-            "DELETE FROM nodes WHERE token = ? AND addr = ?", batch.gone_nodes
-        )
-        db.executemany("DELETE FROM nodes WHERE token = ?", batch.gone_clusters)
-        db.executemany("DELETE FROM clusters WHERE token = ?", batch.gone_clusters)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:  # a failed COMMIT may have rolled back already
-            db.execute("ROLLBACK")
-        raise
