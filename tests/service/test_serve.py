@@ -12,8 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import trustme
 
+from tests.conftest import TLSFiles
 from tests.support import ServiceProcess, free_port, http, run_muster
 
 pytestmark = pytest.mark.integration
@@ -79,22 +79,6 @@ def assert_one_error_line(
         assert word in lines[0]
 
 
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate it signed for 127.0.0.1 and localhost."""
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    cert, key, ca_file = (
-        tmp_path / "cert.pem",
-        tmp_path / "key.pem",
-        tmp_path / "ca.pem",
-    )
-    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
-    return cert, key, ca_file
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_starts_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
     """The service answers once it listens, and a signal stops it with status 0."""
@@ -135,11 +119,9 @@ def test_restart_loses_no_cluster_and_no_live_node(tmp_path: Path, sig: int) -> 
         service.stop()
 
 
-def test_https_serves_swarm_go_client(
-    tmp_path: Path, tls_files: tuple[Path, Path, Path]
-) -> None:
+def test_https_serves_swarm_go_client(tmp_path: Path, tls_files: TLSFiles) -> None:
     """A client trusting the CA via SSL_CERT_FILE speaks to it exactly as Swarm does."""
-    cert, key, ca_file = tls_files
+    cert, key, ca_file = tls_files.server_cert, tls_files.server_key, tls_files.ca_cert
     with ServiceProcess(tmp_path / "data", tls=(cert, key)) as service:
         script = tmp_path / "swarm_client.py"
         script.write_text(SWARM_CLIENT)
