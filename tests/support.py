@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,29 +44,55 @@ def run_muster(
     )
 
 
+class MusterProcess(subprocess.Popen[str]):
+    """A muster command in the background.
+
+    Its output goes to temporary files rather than pipes, so a chatty process (a
+    service logging every join) never stalls on a pipe nobody reads; with
+    ``live_stdout`` its standard output stays a pipe, to be read line by line.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], live_stdout: bool) -> None:
+        self.out_file = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives with self
+        self.err_file = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        super().__init__(
+            args,
+            stdout=subprocess.PIPE if live_stdout else self.out_file,
+            stderr=self.err_file,
+            text=True,
+            env=env,
+        )
+
+    def output(self) -> tuple[str, str]:
+        """Return what the process printed so far, on stdout and on stderr."""
+        texts = []
+        for pipe, file in ((self.stdout, self.out_file), (None, self.err_file)):
+            if pipe is not None:
+                texts.append(pipe.read() if self.poll() is not None else "")
+                continue
+            file.flush()
+            file.seek(0)
+            texts.append(file.read())
+        return texts[0], texts[1]
+
+
 def start_muster(
-    *args: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
+    *args: str, env: dict[str, str] | None = None, live_stdout: bool = False
+) -> MusterProcess:
     """Start a long-running muster command (join, watch, serve) in the background."""
-    return subprocess.Popen(
-        [*MUSTER, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_environment(env),
-    )
+    return MusterProcess([*MUSTER, *args], _environment(env), live_stdout)
 
 
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+def stop(process: MusterProcess, sig: int = signal.SIGTERM) -> tuple[str, str]:
     """Send ``sig`` to a muster process, wait for it, and return its output."""
     if process.poll() is None:
         process.send_signal(sig)
     try:
-        out, err = process.communicate(timeout=15)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
-        out, err = process.communicate()
-    return out, err
+        process.wait()
+    return process.output()
 
 
 def _environment(extra: dict[str, str] | None) -> dict[str, str]:
@@ -94,7 +121,7 @@ class ServiceProcess:
         self.port = port or free_port(host)
         self.tls = tls
         self.extra_args = list(extra_args)
-        self.process: subprocess.Popen[str] | None = None
+        self.process: MusterProcess | None = None
         self.output = ("", "")
 
     @property
@@ -133,7 +160,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                out, err = self.process.communicate()
+                out, err = self.process.output()
                 raise RuntimeError(f"muster serve exited early:\n{out}\n{err}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):

@@ -11,7 +11,6 @@ import json
 import queue
 import re
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,14 @@ from typing import IO
 import pytest
 
 from tests.conftest import TLSFiles
-from tests.support import ServiceProcess, http, run_muster, start_muster, stop
+from tests.support import (
+    MusterProcess,
+    ServiceProcess,
+    http,
+    run_muster,
+    start_muster,
+    stop,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +45,7 @@ def members(url: str, *extra: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def join(url: str, address: str, *extra: str) -> subprocess.Popen[str]:
+def join(url: str, address: str, *extra: str) -> MusterProcess:
     return start_muster(
         "join", "--advertise", address, "--heartbeat", "1s", "--ttl", "2s", *extra, url
     )
@@ -59,7 +65,7 @@ def wait_for(condition: object, seconds: float) -> bool:
 class LineReader:
     """Collects a subprocess's stdout lines on a thread, so reads can time out."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(self, process: MusterProcess) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         assert process.stdout is not None
         threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
@@ -138,7 +144,9 @@ def test_watch_hears_of_a_join_and_a_leave_without_polling(
 ) -> None:
     url = service.discovery_url(create(service).strip())
     # A 60 s heartbeat: only the service's long-poll can deliver news in time.
-    watcher = start_muster("watch", "--json", "--heartbeat", "60s", url)
+    watcher = start_muster(
+        "watch", "--json", "--heartbeat", "60s", url, live_stdout=True
+    )
     lines = LineReader(watcher)
     try:
         time.sleep(0.5)
@@ -162,7 +170,7 @@ def test_watch_prints_plain_lines_and_starts_with_current_members(
     token = create(service).strip()
     base = f"{service.base_url}/clusters/{token}"
     http("POST", f"{base}?ttl=60", b"10.0.0.7:2375")
-    watcher = start_muster("watch", service.discovery_url(token))
+    watcher = start_muster("watch", service.discovery_url(token), live_stdout=True)
     lines = LineReader(watcher)
     try:
         first = lines.next(timeout=10)
