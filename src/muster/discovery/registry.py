@@ -28,6 +28,9 @@ _BUILTIN: dict[str, str] = {
     "token+http": "muster.discovery.token:TokenBackend",
     "token+https": "muster.discovery.token:TokenBackend",
     "memory": "muster.discovery.memory:MemoryBackend",
+    "etcd": "muster.discovery.etcd:EtcdBackend",
+    "zk": "muster.discovery.zookeeper:ZooKeeperBackend",
+    "consul": "muster.discovery.consul:ConsulBackend",
 }
 _added: dict[str, type[Backend]] = {}
 
