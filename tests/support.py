@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 MUSTER = [sys.executable, "-m", "muster"]
 
@@ -202,3 +205,29 @@ def http(
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_for(condition: Callable[[], object], seconds: float) -> bool:
+    """Poll ``condition`` until it is true or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+class LineReader:
+    """Collects a subprocess's stdout lines on a thread, so reads can time out."""
+
+    def __init__(self, process: MusterProcess) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def next(self, timeout: float) -> str:
+        return self.lines.get(timeout=timeout)

@@ -8,24 +8,23 @@ a restart of the service loses nothing.
 from __future__ import annotations
 
 import json
-import queue
 import re
 import signal
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from tests.conftest import TLSFiles
 from tests.support import (
+    LineReader,
     MusterProcess,
     ServiceProcess,
     http,
     run_muster,
     start_muster,
     stop,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -49,33 +48,6 @@ def join(url: str, address: str, *extra: str) -> MusterProcess:
     return start_muster(
         "join", "--advertise", address, "--heartbeat", "1s", "--ttl", "2s", *extra, url
     )
-
-
-def wait_for(condition: object, seconds: float) -> bool:
-    """Poll ``condition`` (a callable) until true or ``seconds`` pass."""
-    assert callable(condition)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
-
-
-class LineReader:
-    """Collects a subprocess's stdout lines on a thread, so reads can time out."""
-
-    def __init__(self, process: MusterProcess) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert process.stdout is not None
-        threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-
-    def next(self, timeout: float) -> str:
-        return self.lines.get(timeout=timeout)
 
 
 def test_create_prints_the_token_alone(service: ServiceProcess) -> None:

@@ -42,6 +42,10 @@ class StoreServer(Protocol):
         """Stop the store; its data stays for the next start."""
         ...
 
+    def close(self) -> None:
+        """Stop the store and remove its data."""
+        ...
+
 
 class ManagedProcess:
     """A server subprocess logging to a file, which can be stopped and restarted."""
