@@ -111,10 +111,11 @@ class Watch:
     """An async iterator of membership changes and the failures met on the way.
 
     It yields the whole membership first, then a new one only when it differs from
-    the last one yielded. A :class:`BackendError` comes as an item, not as a raised
-    exception, so the watch outlives it; its type keeps a caller from mistaking it
-    for a membership. Leave it with :meth:`stop`, or use it as an async context
-    manager.
+    the last one yielded, or when it is the first after a failure (the sign that
+    the backend is reachable again). A :class:`BackendError` comes as an item,
+    not as a raised exception, so the watch outlives it; its type keeps a caller
+    from mistaking it for a membership. Leave it with :meth:`stop`, or use it as
+    an async context manager.
     """
 
     def __init__(self, source: AsyncGenerator[WatchEvent, None]) -> None:
@@ -142,6 +143,10 @@ class Watch:
                     if event == self._last:
                         continue
                     self._last = event
+                else:
+                    # After a failure the next membership is passed on even if
+                    # unchanged: it tells the caller the backend is back.
+                    self._last = None
                 return event
         except asyncio.CancelledError:
             # stop() cancelled us and nobody else did: the watch simply ended.
