@@ -108,7 +108,7 @@ async def test_watch_passes_errors_through_as_items_and_goes_on() -> None:
 
 async def test_watch_repeats_the_membership_once_after_an_error() -> None:
     failure = BackendUnavailableError("blip")
-    script = [members("a:1"), failure, members("a:1"), members("a:1")]
+    script: list[WatchEvent] = [members("a:1"), failure, members("a:1"), members("a:1")]
     backend = ScriptedBackend(script, ends=True)
 
     events = [event async for event in backend.watch()]
