@@ -41,7 +41,7 @@ import random
 import re
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, Self, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import consul
@@ -56,9 +56,9 @@ from muster.errors import (
     InvalidDurationError,
 )
 
-from .backend import Backend, WatchEvent
+from .backend import WatchEvent
 from .entry import Entries, Entry
-from .kv import KV_OPTIONS, KVTarget, parse_kv_target
+from .kv import KVBackend, KVTarget
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,10 @@ def session_ttl_seconds(ttl_seconds: float, minimum: float, maximum: float) -> f
     return min(max(ttl_seconds / 2, minimum), maximum)
 
 
-class ConsulBackend(Backend):
+class ConsulBackend(KVBackend):
     """Nodes are keys held by Consul sessions; watchers use blocking queries."""
 
-    known_options = KV_OPTIONS
+    default_port = DEFAULT_PORT
 
     def __init__(
         self,
@@ -108,12 +108,12 @@ class ConsulBackend(Backend):
         options: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            scheme,
+            target,
+            scheme=scheme,
             heartbeat_seconds=heartbeat_seconds,
             ttl_seconds=ttl_seconds,
             options=options,
         )
-        self.target = target
         self._clients: dict[int, Any] = {}
         self._current = 0
         self._session: str | None = None
@@ -121,29 +121,6 @@ class ConsulBackend(Backend):
         self._lock = asyncio.Lock()
         # Learnt from Consul when it refuses a TTL; until then, ask for ttl/2.
         self._ttl_range: tuple[float, float] = (0.001, MAX_SESSION_TTL_SECONDS)
-
-    @classmethod
-    def from_url(
-        cls,
-        scheme: str,
-        rest: str,
-        *,
-        heartbeat_seconds: float,
-        ttl_seconds: float,
-        options: Mapping[str, str],
-    ) -> Self:
-        target = parse_kv_target(scheme, rest, options, default_port=DEFAULT_PORT)
-        return cls(
-            target,
-            scheme=scheme,
-            heartbeat_seconds=heartbeat_seconds,
-            ttl_seconds=ttl_seconds,
-            options=options,
-        )
-
-    @property
-    def supports_register(self) -> bool:
-        return True
 
     async def register(self, entry: Entry) -> None:
         key = self.target.node_key(entry)

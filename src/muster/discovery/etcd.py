@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import aetcd
 import aetcd.exceptions
@@ -35,7 +35,7 @@ from muster.errors import (
     InvalidOptionError,
 )
 
-from .backend import Backend, WatchEvent
+from .backend import WatchEvent
 from .entry import Entries, Entry
 from .etcd_common import (
     CLIENT_ERRORS,
@@ -49,7 +49,7 @@ from .etcd_common import (
     whole_seconds,
 )
 from .etcd_v2 import EtcdV2Client
-from .kv import KV_OPTIONS, KVTarget, parse_kv_target
+from .kv import KV_OPTIONS, KVBackend, KVTarget
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,11 @@ API_OPTION = "etcd.api"
 API_VERSIONS = ("v3", "v2")
 
 
-class EtcdBackend(Backend):
+class EtcdBackend(KVBackend):
     """Nodes register as etcd keys with a TTL; the watch follows their folder."""
 
     known_options = KV_OPTIONS | {API_OPTION}
+    default_port = DEFAULT_PORT
 
     def __init__(
         self,
@@ -73,7 +74,8 @@ class EtcdBackend(Backend):
         options: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            scheme,
+            target,
+            scheme=scheme,
             heartbeat_seconds=heartbeat_seconds,
             ttl_seconds=ttl_seconds,
             options=options,
@@ -84,7 +86,6 @@ class EtcdBackend(Backend):
                 f"{API_OPTION}={api!r} is not an etcd API muster speaks: use v3 "
                 "(the default) or v2 (etcd's v2 keys, as classic Swarm uses)"
             )
-        self.target = target
         self.api = api
         self._client: EtcdClient
         if api == "v2":
@@ -95,29 +96,6 @@ class EtcdBackend(Backend):
             self._client = EtcdV3Client(
                 target, heartbeat_seconds=heartbeat_seconds, ttl_seconds=ttl_seconds
             )
-
-    @classmethod
-    def from_url(
-        cls,
-        scheme: str,
-        rest: str,
-        *,
-        heartbeat_seconds: float,
-        ttl_seconds: float,
-        options: Mapping[str, str],
-    ) -> Self:
-        target = parse_kv_target(scheme, rest, options, default_port=DEFAULT_PORT)
-        return cls(
-            target,
-            scheme=scheme,
-            heartbeat_seconds=heartbeat_seconds,
-            ttl_seconds=ttl_seconds,
-            options=options,
-        )
-
-    @property
-    def supports_register(self) -> bool:
-        return True
 
     def node_key(self, entry: Entry) -> str:
         """The etcd key ``entry`` is stored under: ``/<prefix>/<kv.path>/<entry>``."""

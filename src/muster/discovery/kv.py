@@ -13,9 +13,11 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Self
 
 from muster.errors import InvalidEntryError, InvalidOptionError, InvalidURLError
 
+from .backend import Backend
 from .entry import Entry
 
 #: Where nodes live under the prefix unless ``kv.path`` says otherwise (Swarm's).
@@ -117,3 +119,51 @@ def _tls_files(options: Mapping[str, str]) -> TLSFiles | None:
     return TLSFiles(
         options["kv.cacertfile"], options["kv.certfile"], options["kv.keyfile"]
     )
+
+
+class KVBackend(Backend):
+    """A backend whose nodes are keys in a key/value store, under one directory."""
+
+    known_options = KV_OPTIONS
+    #: The port a store address without one is given.
+    default_port: ClassVar[int]
+
+    def __init__(
+        self,
+        target: KVTarget,
+        *,
+        scheme: str,
+        heartbeat_seconds: float = 60.0,
+        ttl_seconds: float = 180.0,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            scheme,
+            heartbeat_seconds=heartbeat_seconds,
+            ttl_seconds=ttl_seconds,
+            options=options,
+        )
+        self.target = target
+
+    @classmethod
+    def from_url(
+        cls,
+        scheme: str,
+        rest: str,
+        *,
+        heartbeat_seconds: float,
+        ttl_seconds: float,
+        options: Mapping[str, str],
+    ) -> Self:
+        target = parse_kv_target(scheme, rest, options, default_port=cls.default_port)
+        return cls(
+            target,
+            scheme=scheme,
+            heartbeat_seconds=heartbeat_seconds,
+            ttl_seconds=ttl_seconds,
+            options=options,
+        )
+
+    @property
+    def supports_register(self) -> bool:
+        return True

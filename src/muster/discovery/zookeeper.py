@@ -32,7 +32,6 @@ import logging
 import random
 import ssl
 from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Self
 
 from kazoo.protocol.states import EventType, KazooState
 
@@ -43,9 +42,9 @@ from muster.errors import (
     InvalidOptionError,
 )
 
-from .backend import Backend, WatchEvent
+from .backend import WatchEvent
 from .entry import Entries, Entry
-from .kv import KV_OPTIONS, KVTarget, parse_kv_target
+from .kv import KVBackend, KVTarget
 from .zksession import Pending, Watcher, ZooKeeperSession
 
 logger = logging.getLogger(__name__)
@@ -68,10 +67,10 @@ FIRST_RETRY_SECONDS = 0.5
 MAX_RECONNECT_SECONDS = 5.0
 
 
-class ZooKeeperBackend(Backend):
+class ZooKeeperBackend(KVBackend):
     """Nodes are ephemeral znodes; watchers follow the directory's children."""
 
-    known_options = KV_OPTIONS
+    default_port = DEFAULT_PORT
 
     def __init__(
         self,
@@ -83,7 +82,8 @@ class ZooKeeperBackend(Backend):
         options: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            scheme,
+            target,
+            scheme=scheme,
             heartbeat_seconds=heartbeat_seconds,
             ttl_seconds=ttl_seconds,
             options=options,
@@ -96,7 +96,6 @@ class ZooKeeperBackend(Backend):
                     f"cannot load the kv.* TLS files for {scheme}://: {exc}"
                 ) from exc
 
-        self.target = target
         #: The session: kazoo fails over between the hosts by itself.
         self.session = ZooKeeperSession(
             ",".join(str(endpoint) for endpoint in target.endpoints),
@@ -112,29 +111,6 @@ class ZooKeeperBackend(Backend):
         self._registered: set[Entry] = set()
         self._wakers: set[Callable[[], None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def from_url(
-        cls,
-        scheme: str,
-        rest: str,
-        *,
-        heartbeat_seconds: float,
-        ttl_seconds: float,
-        options: Mapping[str, str],
-    ) -> Self:
-        target = parse_kv_target(scheme, rest, options, default_port=DEFAULT_PORT)
-        return cls(
-            target,
-            scheme=scheme,
-            heartbeat_seconds=heartbeat_seconds,
-            ttl_seconds=ttl_seconds,
-            options=options,
-        )
-
-    @property
-    def supports_register(self) -> bool:
-        return True
 
     @property
     def hosts(self) -> str:
